@@ -1,0 +1,1 @@
+"""The HTTP front-end: health endpoint, portal pages and the admin API."""
