@@ -364,6 +364,10 @@ def audit_cmd(
     emit(rows, as_json, text)
 
 
+# ------------------------------------------------------------------ other areas' commands
+# (each area registers its typer sub-app or commands here, one line per area)
+
+
 def main() -> None:
     """Console-script entry point."""
     app()

@@ -38,7 +38,7 @@ class Component(Protocol):
 
 
 ComponentFactory = Callable[[Runtime], Component | None]
-COMPONENTS: list[ComponentFactory] = []
+COMPONENTS: list[ComponentFactory] = []  # filled in ``_register`` below, one line per area
 RELOAD_HOOKS: list[Callable[[Runtime], None]] = []
 
 
@@ -170,3 +170,10 @@ def _reload_org(rt: Runtime) -> None:
 
 
 RELOAD_HOOKS.append(_reload_org)
+
+
+def _register() -> None:
+    """Each area adds its component factory here (one line per area)."""
+
+
+_register()

@@ -63,4 +63,10 @@ def build(settings: Settings, *, clock: Clock | None = None, check_schema: bool 
     )
     rt = Runtime(settings, store, hasher, sealer, service, org_policy)
     holder["rt"] = rt
+    _wire(rt)
     return rt
+
+
+def _wire(rt: Runtime) -> None:
+    """Attach each area's listeners and providers to the service (one line per area)."""
+    # areas: propagation outbox, mail notifications, RADIUS session tracking
