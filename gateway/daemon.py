@@ -8,11 +8,12 @@ good set. On SQLite a lock file refuses a second node.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import fcntl
 import logging
 import os
 import signal
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import IO, Protocol
 
@@ -61,6 +62,14 @@ def _single_node_lock(rt: Runtime) -> IO[str] | None:
     handle.write(str(os.getpid()))
     handle.flush()
     return handle
+
+
+class _QuietServer(uvicorn.Server):
+    """uvicorn without its own signal handling; the daemon owns SIGTERM/SIGINT/SIGHUP."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        yield
 
 
 def _host_port(listen: str) -> tuple[str, int]:
@@ -119,8 +128,7 @@ async def serve(rt: Runtime, *, stop: asyncio.Event | None = None) -> None:
         server_header=False,
         lifespan="off",
     )
-    server = uvicorn.Server(config)
-    server.install_signal_handlers = lambda: None  # type: ignore[method-assign]
+    server = _QuietServer(config)
 
     started: list[Component] = []
     try:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import tomllib
 from pathlib import Path
 from typing import TypeVar
@@ -129,7 +130,9 @@ def parse_model(model: type[M], path: Path) -> M:
     try:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
-        raise PolicyFileError(str(path), f"line {exc.lineno}", str(exc)) from None
+        match = re.search(r"line (\d+)", str(exc))
+        line = match.group(1) if match else "?"
+        raise PolicyFileError(str(path), f"line {line}", str(exc)) from None
     try:
         return model.model_validate(data)
     except ValidationError as exc:

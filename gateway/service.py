@@ -11,7 +11,7 @@ import asyncio
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
 
 from pydantic import SecretStr
@@ -1069,7 +1069,7 @@ class CredentialService:
             return [
                 {
                     "id": r.id,
-                    "at": aware(r.at).isoformat() if r.at else None,
+                    "at": r.at.replace(tzinfo=r.at.tzinfo or UTC).isoformat(),
                     "actor": r.actor,
                     "action": r.action,
                     "account_id": r.account_id,
