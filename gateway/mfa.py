@@ -8,6 +8,7 @@ TOTP attempt limit (admins: five), and exceeding it locks the account.
 from __future__ import annotations
 
 import hmac
+import unicodedata
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -36,8 +37,8 @@ class Check:
 
 def check(seed: str, code: str, last_step: int | None, now: datetime) -> Check:
     """Match ``code`` against steps now±1 that are newer than ``last_step``."""
-    code = code.strip().replace(" ", "")
-    if len(code) != 6 or not code.isdigit():
+    code = unicodedata.normalize("NFKC", code).strip().replace(" ", "")
+    if len(code) != 6 or not (code.isascii() and code.isdigit()):  # "١٢٣" passes isdigit()
         return Check(None)
     totp = pyotp.TOTP(seed)
     current = int(now.timestamp()) // STEP_SECONDS

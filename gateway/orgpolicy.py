@@ -107,6 +107,9 @@ class OrgPolicy(_Model):
         return ADMIN_TOTP_ATTEMPTS if kind == "admin" else self.mfa.user_totp_attempts
 
 
+_HEADER = re.compile(r"^\[\s*([^\[\]]+?)\s*\](?:\s*#.*)?$")
+
+
 def _line_of(text: str, loc: tuple[str | int, ...]) -> int:
     """Best-effort line number of the key at ``loc`` in TOML ``text``."""
     section = ".".join(str(p) for p in loc[:-1])
@@ -114,9 +117,11 @@ def _line_of(text: str, loc: tuple[str | int, ...]) -> int:
     in_section = not section
     for number, raw in enumerate(text.splitlines(), start=1):
         line = raw.strip()
-        if line.startswith("["):
-            in_section = line.strip("[] ") == section
-            if in_section and len(loc) == 1 and line.strip("[] ") == key:
+        header = _HEADER.match(line)
+        if header:  # "[table]  # a comment" names the table without the comment
+            name = header.group(1).strip()
+            in_section = name == section
+            if len(loc) == 1 and name == key:
                 return number
             continue
         if in_section and line.split("=", 1)[0].strip() == key:
