@@ -1,0 +1,1 @@
+"""Tests of the connector plugins, each against its real target or a strict fake."""
