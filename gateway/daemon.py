@@ -182,6 +182,10 @@ RELOAD_HOOKS.append(_reload_org)
 
 def _register() -> None:
     """Each area adds its component factory here (one line per area)."""
+    __import__("gateway.dispatcher").dispatcher.register(COMPONENTS, RELOAD_HOOKS)
+    COMPONENTS.append(__import__("gateway.radius.listener").radius.listener.component)
+    COMPONENTS.append(__import__("gateway.mail").mail.sender_component)  # mail sender
+    COMPONENTS.append(__import__("gateway.web.sessions").web.sessions.janitor)  # web sessions
 
 
 _register()

@@ -10,11 +10,14 @@ from gateway.clock import Clock
 from gateway.errors import ConfigError
 from gateway.hashing import Hasher
 from gateway.orgpolicy import OrgPolicy, load_org
+from gateway.outbox import attach as attach_outbox
+from gateway.policies import PolicySet, load_policy_set
 from gateway.sealing import Sealer
 from gateway.service import CredentialService
 from gateway.settings import Settings
 from gateway.store.engine import Store, make_engine
 from gateway.store.migrate import is_current
+from gateway.web.sessions import SessionListener
 
 
 @dataclass
@@ -28,6 +31,7 @@ class Runtime:
     service: CredentialService
     org_policy: OrgPolicy
     extras: dict[str, Any] = field(default_factory=dict)
+    policies: PolicySet = field(default_factory=PolicySet)
 
     def org(self) -> OrgPolicy:
         """The organisation rules in force (swapped on reload)."""
@@ -51,6 +55,7 @@ def build(settings: Settings, *, clock: Clock | None = None, check_schema: bool 
         store.dispose()
         raise ConfigError("the database schema is not current; run `gateway init`")
     org_policy = load_org(Path(settings.policies_dir))
+    policies = _load_policies(settings, store)
     hasher = Hasher(settings.hashing)
     holder: dict[str, Runtime] = {}
     service = CredentialService(
@@ -62,6 +67,7 @@ def build(settings: Settings, *, clock: Clock | None = None, check_schema: bool 
         db_workers=settings.database.pool_size,
     )
     rt = Runtime(settings, store, hasher, sealer, service, org_policy)
+    rt.policies = policies
     holder["rt"] = rt
     _wire(rt)
     return rt
@@ -70,3 +76,18 @@ def build(settings: Settings, *, clock: Clock | None = None, check_schema: bool 
 def _wire(rt: Runtime) -> None:
     """Attach each area's listeners and providers to the service (one line per area)."""
     # areas: propagation outbox, mail notifications, RADIUS session tracking
+    attach_outbox(rt)
+    rt.service.listeners.append(SessionListener())  # web: end sessions on password change
+    __import__("gateway.radius.listener").radius.listener.wire_runtime(rt)  # RADIUS
+    __import__("gateway.mail").mail.wire(rt)  # mail: password-change notifications
+
+
+def _load_policies(settings: Settings, store: Store) -> PolicySet:
+    """The resource policies; a bad file at start-up is a configuration error (exit 2)."""
+    from gateway.errors import PolicyFileError
+
+    try:
+        return load_policy_set(Path(settings.policies_dir))
+    except PolicyFileError as exc:
+        store.dispose()
+        raise ConfigError(f"invalid policy file: {exc}") from None

@@ -31,6 +31,7 @@ from gateway.errors import (
 from gateway.hashing import Hasher
 from gateway.orgpolicy import OrgPolicy
 from gateway.sealing import Sealer
+from gateway.store import authpath
 from gateway.store.engine import Store
 from gateway.store.models import Account, PasswordHistory, Token, TotpCredential
 from gateway.views import AccountView, lock_state, store_lock_state, view
@@ -190,20 +191,23 @@ class CredentialService:
         self, identity: str, now: datetime, via: str, client: str
     ) -> tuple[int, str | None, bool] | None:
         with self.store.write(relaxed=True) as s:
-            acc = self._find(s, identity, lock=True)
-            if acc is None:
+            row = authpath.find(s, identity_key(identity))  # hot path: SQL Core, row-locked
+            if row is None:
                 return None  # failures against unknown accounts leave no record
-            before = lock_state(acc)
+            before = row.lock
             state, may = lockout.reserve(before, self.org.lockout, now)
-            if acc.state != "active" or acc.password_hash is None:
+            if row.state != "active" or row.password_hash is None:
                 may = False
-            store_lock_state(acc, state)
             newly_locked = not lockout.is_locked(before, now) and lockout.is_locked(state, now)
-            account_id, encoded = acc.id, acc.password_hash
-            if newly_locked:
+            account_id, encoded = row.id, row.password_hash
+            if newly_locked:  # rare: through the ORM so that listeners see the lock
+                acc = self._get(s, account_id)
+                store_lock_state(acc, state)
                 self._lock_side_effects(
                     s, acc, now, Actor("lockout", via, client), "parallel attempts"
                 )
+            else:
+                authpath.update(s, account_id, state)
         if not may:
             with self.store.write() as s:  # durable: also flushes the relaxed reservation
                 reason = (
@@ -273,50 +277,57 @@ class CredentialService:
     ) -> AuthResult | None:
         reason = ""
         with self.store.write(relaxed=True) as s:
-            acc = self._get(s, account_id)
-            actor = Actor(acc.username_key, via, client)
-            state = lockout.succeed(lock_state(acc), now)
-            verdict = expiry.verdict(aware(acc.password_expires_at), self.org.expiry, now)
-            in_grace = False
+            row = authpath.get(s, account_id)  # hot path: SQL Core, row-locked
+            if row is None:
+                return None  # deleted while the password was being verified
+            actor = Actor(row.username_key, via, client)
+            state = lockout.succeed(row.lock, now)
+            verdict = expiry.verdict(row.password_expires_at, self.org.expiry, now)
+            in_grace, grace_used = False, row.grace_used
             if state is None:
                 reason = "locked during verification"
-            elif acc.state != "active":
+            elif row.state != "active":
                 reason = "disabled"
             elif verdict.status is expiry.Status.EXPIRED:
-                in_grace = self._take_grace(acc, grace, now)
+                in_grace, grace_used = self._take_grace(row, grace, now)
                 if not in_grace:
-                    reason = "temporary password expired" if acc.temporary else "password expired"
-            if state is not None:
-                store_lock_state(acc, state)
+                    reason = "temporary password expired" if row.temporary else "password expired"
             result: AuthResult | None = None
+            values: dict[str, Any] = {}
             if not reason:
                 if rehash is not None:
-                    acc.password_hash = rehash
-                acc.last_login_at = now
-                audit.record(
+                    values["password_hash"] = rehash
+                values["last_login_at"] = now
+                if grace_used != row.grace_used:
+                    values["grace_used"] = grace_used
+                authpath.audit(
                     s,
                     now,
                     actor,
                     "authenticate",
-                    account_id=acc.id,
-                    subject=acc.username,
+                    account_id=row.id,
+                    subject=row.username,
                     details={"grace": True} if in_grace else None,
                 )
                 result = AuthResult(
-                    account_id=acc.id,
-                    username=acc.username,
-                    kind=acc.kind,
-                    version=acc.version,
-                    groups=tuple(acc.groups or ()),
-                    must_change=acc.must_change,
-                    mfa_enrolled=self._mfa_enrolled(s, acc.id),
+                    account_id=row.id,
+                    username=row.username,
+                    kind=row.kind,
+                    version=row.version,
+                    groups=row.groups,
+                    must_change=row.must_change,
+                    mfa_enrolled=row.mfa_enrolled,
                     expires_at=verdict.expires_at,
                     warn_days_left=verdict.days_left
                     if verdict.status is not expiry.Status.VALID
                     else None,
                     in_grace=in_grace,
                 )
-            subject = acc.username
+            if state is not None and state != row.lock:
+                authpath.update(s, row.id, state, **values)
+            else:
+                authpath.update(s, row.id, None, **values)
+            subject = row.username
         if reason:
             with self.store.write() as s:  # durable, and flushes the relaxed commit before it
                 audit.record(
@@ -332,20 +343,20 @@ class CredentialService:
         return result
 
     @staticmethod
-    def _take_grace(acc: Account, grace: Grace | None, now: datetime) -> bool:
-        if grace is None or acc.temporary:
-            return False
-        expires = aware(acc.password_expires_at)
+    def _take_grace(row: authpath.AuthRow, grace: Grace | None, now: datetime) -> tuple[bool, int]:
+        """Whether an expired password is still in grace, and the new count of grace logins."""
+        if grace is None or row.temporary:
+            return False, row.grace_used
+        expires = row.password_expires_at
         if (
             grace.days is not None
             and expires is not None
             and now < expires + timedelta(days=grace.days)
         ):
-            return True
-        if grace.logins is not None and acc.grace_used < grace.logins:
-            acc.grace_used += 1
-            return True
-        return False
+            return True, row.grace_used
+        if grace.logins is not None and row.grace_used < grace.logins:
+            return True, row.grace_used + 1
+        return False, row.grace_used
 
     # ---------------------------------------------------------------- passwords
     async def _check_new_password(
@@ -502,6 +513,42 @@ class CredentialService:
         if not ok:
             await self._db(self._record_failure, account_id, now, actor.via, actor.client)
             raise AuthenticationFailed()
+        if not await self._db(self._release, account_id, now, actor):
+            raise AuthenticationFailed()  # locked meanwhile, or an expired temporary password
+
+    def _release(self, account_id: int, now: datetime, actor: Actor) -> bool:
+        """A reserved attempt proved the right password: clear the count; False if unusable.
+
+        An expired password may still be used to set a new one, an expired temporary password
+        may not: it is dead once its time is up, and only an admin can issue another.
+        """
+        reason = subject = ""
+        with self.store.write(relaxed=True) as s:
+            row = authpath.get(s, account_id)
+            if row is None:
+                return False
+            subject = row.username
+            state = lockout.succeed(row.lock, now)
+            if state is None:
+                reason = "locked during verification"
+            else:
+                authpath.update(s, row.id, state)
+                expires = row.password_expires_at
+                if row.temporary and expires is not None and expires <= now:
+                    reason = "temporary password expired"
+        if reason:
+            with self.store.write() as s:  # durable, and flushes the relaxed commit before it
+                audit.record(
+                    s,
+                    now,
+                    actor,
+                    "authenticate",
+                    account_id=account_id,
+                    subject=subject,
+                    outcome="failed",
+                    reason=reason,
+                )
+        return not reason
 
     def _username_of(self, account_id: int) -> str:
         with self.store.read() as s:
@@ -563,13 +610,20 @@ class CredentialService:
         actor: Actor,
         data: dict[str, Any] | None = None,
         session: Session | None = None,
+        revoke: Sequence[str] | None = None,
     ) -> str:
-        """Create a one-time token (older ones of the same purpose are revoked)."""
+        """Create a one-time token (older ones of the same purpose are revoked).
+
+        ``revoke`` names the purposes whose live tokens a new one revokes instead (``()``: none,
+        e.g. for the second link of one reset request sent to the recovery address).
+        """
         now = self.clock.now()
         token = tokens.new_token()
+        revoked = [purpose.value] if revoke is None else list(revoke)
 
         def write(s: Session) -> None:
-            self._revoke_tokens(s, account_id, now, [purpose.value])
+            if revoked:
+                self._revoke_tokens(s, account_id, now, revoked)
             s.add(
                 Token(
                     account_id=account_id,
@@ -759,14 +813,26 @@ class CredentialService:
             audit.record(s, now, actor, "totp_enrol", account_id=acc.id, subject=acc.username)
 
     async def verify_totp(
-        self, ref: int | str, code: str, *, actor: Actor, confirm: bool = False
+        self,
+        ref: int | str,
+        code: str,
+        *,
+        actor: Actor,
+        confirm: bool = False,
+        in_reset: bool = False,
     ) -> None:
-        """Check a TOTP code: each accepted once; wrong codes count; the limit locks the account."""
-        ok = await self._db(self._verify_totp, ref, code, actor, confirm)
+        """Check a TOTP code: each accepted once; wrong codes count; the limit locks the account.
+
+        ``in_reset``: the check is part of a password reset, which may clear a lock caused by
+        wrong passwords, so such a lock does not refuse the code (an admin or MFA lock does).
+        """
+        ok = await self._db(self._verify_totp, ref, code, actor, confirm, in_reset)
         if not ok:
             raise AuthenticationFailed()
 
-    def _verify_totp(self, ref: int | str, code: str, actor: Actor, confirm: bool) -> bool:
+    def _verify_totp(
+        self, ref: int | str, code: str, actor: Actor, confirm: bool, in_reset: bool = False
+    ) -> bool:
         now = self.clock.now()
         locked = False
         with self.store.write() as s:
@@ -775,7 +841,10 @@ class CredentialService:
                 select(TotpCredential).where(TotpCredential.account_id == acc.id).with_for_update()
             ).first()
             usable = cred is not None and (confirm or cred.confirmed_at is not None)
-            if lockout.is_locked(lock_state(acc), now) or not usable or cred is None:
+            blocked = lockout.is_locked(lock_state(acc), now) and not (
+                in_reset and acc.lock_reason == lockout.LockReason.FAILURES.value
+            )
+            if blocked or not usable or cred is None:
                 audit.record(
                     s,
                     now,
@@ -816,6 +885,65 @@ class CredentialService:
         if locked:
             self._committed()
         return ok
+
+    # ---------------------------------------------------------------- recovery e-mail
+    def set_recovery_email_in(
+        self, s: Session, account_id: int, address: str, *, actor: Actor
+    ) -> Account:
+        """Set (or, with "", clear) the recovery e-mail inside ``s``; it starts unverified."""
+        now = self.clock.now()
+        acc = self._get(s, account_id)
+        address = address.strip()
+        if address:
+            local, _, domain = address.partition("@")
+            if not local or "." not in domain or len(address) > 320 or " " in address:
+                raise PolicyViolation("recovery_email", "Enter a valid e-mail address.")
+            if identity_key(address) == acc.email_key:
+                raise PolicyViolation(
+                    "recovery_email", "The recovery e-mail must differ from the work address."
+                )
+        acc.recovery_email = address or None
+        acc.recovery_email_verified_at = None
+        acc.updated_at = now
+        acc.version += 1
+        self._revoke_tokens(s, acc.id, now, [tokens.Purpose.VERIFY_RECOVERY.value])
+        audit.record(
+            s,
+            now,
+            actor,
+            "set_recovery_email",
+            account_id=acc.id,
+            subject=acc.username,
+            details={"cleared": not address},
+        )
+        return acc
+
+    def verify_recovery_email_in(self, s: Session, token: str, *, actor: Actor) -> Account:
+        """Use a verification link inside ``s``: marks the recovery e-mail verified (audited)."""
+        now = self.clock.now()
+        gone = PolicyViolation("token", "This link is no longer valid.")
+        owner = s.scalars(
+            select(Token.account_id).where(Token.token_hash == tokens.token_hash(token))
+        ).first()
+        if owner is None:
+            raise gone
+        acc = self._get(s, owner)
+        used = self._consume(s, acc.id, token, [tokens.Purpose.VERIFY_RECOVERY.value], now)
+        address = (used.data or {}).get("address")
+        if acc.recovery_email is None or identity_key(acc.recovery_email) != address:
+            raise gone
+        acc.recovery_email_verified_at = now
+        acc.updated_at = now
+        acc.version += 1
+        audit.record(
+            s,
+            now,
+            Actor(acc.username_key, actor.via, actor.client),
+            "verify_recovery_email",
+            account_id=acc.id,
+            subject=acc.username,
+        )
+        return acc
 
     # ---------------------------------------------------------------- accounts
     async def create_account(
@@ -932,6 +1060,10 @@ class CredentialService:
     async def get_account(self, ref: int | str) -> AccountView:
         """One account by id, username or e-mail."""
         return await self._db(self._get_view, ref)
+
+    def account_view(self, ref: int | str) -> AccountView:
+        """One account by id, username or e-mail, synchronously (for code already off the loop)."""
+        return self._get_view(ref)
 
     def _get_view(self, ref: int | str) -> AccountView:
         with self.store.read() as s:
