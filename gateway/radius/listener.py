@@ -5,9 +5,10 @@ Per datagram, in this order, without awaiting anything:
 1. size outside 20..4096 octets -> discarded (``malformed``);
 2. source address not a client of the RADIUS resource -> discarded (``unknown_client``);
 3. undecodable -> discarded (``malformed``);
-4. a *bad* Message-Authenticator (or Accounting Request Authenticator) -> dropped without
-   touching any counter (a rate-limited warning names the source), since it proves nothing about
-   anybody; a *missing* one on Access-Request -> discarded (``missing_message_authenticator``)
+4. a *bad* Message-Authenticator (or Accounting Request Authenticator) -> discarded
+   (``bad_message_authenticator``; a rate-limited warning names the source) without touching any
+   account, lockout counter or duplicate cache, since it proves nothing about anybody; a
+   *missing* one on Access-Request -> discarded (``missing_message_authenticator``)
    unless the client is ``legacy``; a legacy request with Proxy-State but no
    Message-Authenticator is still discarded (``proxy_state_without_ma``);
 5. a retransmission (same source, code, id, Request Authenticator) -> the cached reply, or
@@ -268,6 +269,7 @@ class RadiusListener:
             return
         if wire.has_attribute(pkt, wire.MESSAGE_AUTHENTICATOR):
             if not wire.ma_valid(pkt):
+                self.metrics.discard("bad_message_authenticator")
                 self._warn_forged(str(addr[0]), "Message-Authenticator")
                 return
         elif not client.legacy:
@@ -373,6 +375,7 @@ class RadiusListener:
             self.metrics.discard("malformed")
             return
         if not accounting.authentic(pkt):
+            self.metrics.discard("bad_request_authenticator")
             self._warn_forged(str(addr[0]), "Accounting Request Authenticator")
             return
         now = time.monotonic()
