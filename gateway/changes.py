@@ -30,6 +30,7 @@ class Trigger(StrEnum):
     ENABLED = "enabled"
     DELETED = "deleted"
     CREATED = "created"
+    UPDATED = "updated"  # profile, groups, recovery e-mail or MFA enrolment changed
 
 
 @dataclass(frozen=True)

@@ -8,8 +8,10 @@ for seconds or exhausting memory (each verify holds ``memory_kib`` of RAM).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import threading
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 
 from argon2 import PasswordHasher
@@ -79,17 +81,32 @@ class Hasher:
         finally:
             self._leave()
 
-    async def verify(self, encoded: str | None, password: str) -> bool:
-        """Verify in the pool; ``None`` verifies against a dummy hash and returns False."""
+    @contextlib.contextmanager
+    def slot(self) -> Iterator[None]:
+        """Hold a place in the pool for a whole check; ``Overloaded`` at once when it is full.
+
+        Taking the slot *before* any other work means a shed request has changed nothing
+        (no lockout count, no audit row).
+        """
         self._enter()
         try:
-            loop = asyncio.get_running_loop()
-            ok = await loop.run_in_executor(
-                self._pool, self.verify_sync, encoded or self.dummy_hash, password
-            )
-            return ok and encoded is not None
+            yield
         finally:
             self._leave()
+
+    async def verify(self, encoded: str | None, password: str, *, in_slot: bool = False) -> bool:
+        """Verify in the pool; ``None`` verifies against a dummy hash and returns False.
+
+        ``in_slot`` says the caller already holds a ``slot()``.
+        """
+        if not in_slot:
+            with self.slot():
+                return await self.verify(encoded, password, in_slot=True)
+        loop = asyncio.get_running_loop()
+        ok = await loop.run_in_executor(
+            self._pool, self.verify_sync, encoded or self.dummy_hash, password
+        )
+        return ok and encoded is not None
 
     def close(self) -> None:
         """Stop the pool."""

@@ -2,9 +2,10 @@
 
 For every enabled resource that covers the account, the row for (account, resource) is
 overwritten and its version bumped, so the newest change wins and bursts coalesce into one
-delivery. A new password is sealed (AES-GCM, bound to the row) only for resources that take
-passwords. Deleting an account deletes its rows. The service's ``after_commit`` callbacks wake
-the dispatcher once the transaction is durable.
+delivery. A profile update (``UPDATED``, e.g. new groups) only adds rows for resources that now
+cover the account, carrying its current state. A new password is sealed (AES-GCM, bound to
+the row) only for resources that take passwords. Deleting an account deletes its rows. The
+service's ``after_commit`` callbacks wake the dispatcher once the transaction is durable.
 """
 
 from __future__ import annotations
@@ -78,6 +79,8 @@ class OutboxListener:
         }
         for resource in resources:
             row = existing.get(resource.name)
+            if row is not None and change.trigger is Trigger.UPDATED:
+                continue  # nothing the target holds changed; only newly covered resources
             if row is None:
                 row = DesiredRow(
                     account_id=account.id,

@@ -169,12 +169,13 @@ class CredentialService:
         """Check a password under every rule; raise ``AuthenticationFailed`` uniformly."""
         now = self.clock.now()
         pw = passwords.normalise(password)
-        reserved = await self._db(self._reserve, identity, now, via, client)
-        if reserved is None:
-            await self.hasher.verify(None, pw)  # same cost as a real check
-            raise AuthenticationFailed()
-        account_id, encoded, may_evaluate = reserved
-        ok = await self.hasher.verify(encoded if may_evaluate else None, pw)
+        with self.hasher.slot():  # Overloaded here: shed before anything is counted
+            reserved = await self._db(self._reserve, identity, now, via, client)
+            if reserved is None:
+                await self.hasher.verify(None, pw, in_slot=True)  # same cost as a real check
+                raise AuthenticationFailed()
+            account_id, encoded, may_evaluate = reserved
+            ok = await self.hasher.verify(encoded if may_evaluate else None, pw, in_slot=True)
         if not may_evaluate:
             raise AuthenticationFailed()
         if not ok:
@@ -811,6 +812,7 @@ class CredentialService:
             s.execute(delete(TotpCredential).where(TotpCredential.account_id == acc.id))
             s.add(TotpCredential(account_id=acc.id, sealed_seed=sealed, created_at=now))
             audit.record(s, now, actor, "totp_enrol", account_id=acc.id, subject=acc.username)
+            self._emit(s, acc, Change(Trigger.UPDATED))
 
     async def verify_totp(
         self,
@@ -879,6 +881,7 @@ class CredentialService:
                 cred.last_step = result.step
                 if cred.confirmed_at is None:
                     cred.confirmed_at = now
+                    self._emit(s, acc, Change(Trigger.UPDATED))
                 acc.mfa_failed_count = 0
                 audit.record(s, now, actor, "totp", account_id=acc.id, subject=acc.username)
                 ok = True
@@ -905,7 +908,7 @@ class CredentialService:
         acc.recovery_email = address or None
         acc.recovery_email_verified_at = None
         acc.updated_at = now
-        acc.version += 1
+        self._emit(s, acc, Change(Trigger.UPDATED))
         self._revoke_tokens(s, acc.id, now, [tokens.Purpose.VERIFY_RECOVERY.value])
         audit.record(
             s,
@@ -934,7 +937,7 @@ class CredentialService:
             raise gone
         acc.recovery_email_verified_at = now
         acc.updated_at = now
-        acc.version += 1
+        self._emit(s, acc, Change(Trigger.UPDATED))
         audit.record(
             s,
             now,
@@ -1141,7 +1144,7 @@ class CredentialService:
                 acc.recovery_email_verified_at = None
                 changed.append("recovery_email")
             acc.updated_at = now
-            acc.version += 1
+            self._emit(s, acc, Change(Trigger.UPDATED))
             audit.record(
                 s,
                 now,

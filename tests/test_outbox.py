@@ -125,3 +125,19 @@ def test_row_commits_with_the_change_or_not_at_all(prt: Runtime) -> None:
     with prt.store.read() as s:
         acc = s.scalars(select(Account).where(Account.username == "fay")).one()
         assert acc.locked_at is None
+
+
+def test_group_change_adds_rows_for_newly_covering_resources(prt: Runtime) -> None:
+    """Joining a covered group adds a row with the current state; a plain edit adds no delivery."""
+    create(prt, "gina")
+    asyncio.run(prt.service.lock("gina", actor=ADMIN))
+    before = rows(prt, "gina")
+    assert list(before) == ["dir1"] and "staff" not in before
+    asyncio.run(prt.service.update_account("gina", actor=ADMIN, groups=["staff"]))
+    after = rows(prt, "gina")
+    assert after["staff"].locked and after["staff"].version == 1
+    assert after["dir1"].version == before["dir1"].version  # already there: untouched
+    asyncio.run(prt.service.update_account("gina", actor=ADMIN, display_name="Gina"))
+    assert {k: r.version for k, r in rows(prt, "gina").items()} == {
+        k: r.version for k, r in after.items()
+    }

@@ -15,7 +15,7 @@ from sqlalchemy.orm import Session
 from gateway.audit import Actor
 from gateway.changes import Change, Trigger
 from gateway.clock import FrozenClock
-from gateway.errors import AuthenticationFailed, Conflict, PolicyViolation
+from gateway.errors import AuthenticationFailed, Conflict, Overloaded, PolicyViolation
 from gateway.hashing import Hasher
 from gateway.orgpolicy import ExpiryRules, LockoutRules, OrgPolicy, PasswordRules
 from gateway.runtime import Runtime
@@ -527,4 +527,24 @@ def test_listener_failure_rolls_back_change_and_audit(rt: Runtime) -> None:
     with pytest.raises(RuntimeError):
         run(rt.service.change_password("alice", PW2, actor=ADMIN))
     assert len(audit_rows(rt, account_id=alice)) == rows
+    assert auth(rt, "alice", PW).username == "alice"
+
+
+def test_shed_request_changes_nothing(rt: Runtime) -> None:
+    """A request refused because the hash pool is full counts no failure and writes no audit row."""
+    uid = add(rt)
+    before = len(audit_rows(rt, account_id=uid))
+    hasher = rt.service.hasher
+    held = [hasher.slot() for _ in range(hasher._limit)]  # fill every place in the pool
+    for slot in held:
+        slot.__enter__()
+    try:
+        with pytest.raises(Overloaded):
+            auth(rt, "alice", "wrong-password-123")
+        assert hasher.saturated == 1
+    finally:
+        for slot in held:
+            slot.__exit__(None, None, None)
+    assert account(rt, uid).failed_count == 0
+    assert len(audit_rows(rt, account_id=uid)) == before
     assert auth(rt, "alice", PW).username == "alice"

@@ -6,11 +6,11 @@ in the RADIUS policy, a successful PAP login is remembered for that long under
 same triple is then accepted without an argon2id verify and without touching the database.
 
 Invalidation: any change of the account made through this process (password, lock, expiry,
-disable, delete) drops its entries at once (the cache is a change listener, called inside the
-transaction). Every second the listener also compares the cached ``account.version`` with the
-database and drops entries whose account changed elsewhere (another node, or a change that does
-not notify listeners, such as new groups) or enrolled TOTP meanwhile, so such a change takes
-effect within about a second. An entry also ends when the password's expiry time passes.
+disable, delete, profile or groups, TOTP enrolment) drops its entries at once (the cache is a
+change listener, called inside the transaction). Every second the listener also compares the
+cached ``account.version`` with the database and drops entries whose account changed on another
+node or enrolled TOTP meanwhile, so such a change takes effect within about a second. An entry
+also ends when the password's expiry time passes.
 
 Trade-off (why it is off by default): while an entry lives, this process's memory holds a fast
 verifier of the password. The key never leaves the process and is random per start, but anyone

@@ -151,8 +151,19 @@ def test_success_cache_hits_and_invalidation(harness: Harness) -> None:
     harness.run(harness.rt.service.unlock("alice", actor=ADMIN))
     assert _send(harness, "alice", PASSWORD).code == rp.AccessAccept
     hits = m.cache_hits
-    # a change that bypasses the listener (groups) is caught by the version sweep
+    # a profile change (groups) reaches the listener too: the entry is dropped at once
+    assert len(harness.listener.cache) == 1
     harness.run(harness.rt.service.update_account("alice", actor=ADMIN, groups=["x"]))
+    assert len(harness.listener.cache) == 0
+    assert _send(harness, "alice", PASSWORD).code == rp.AccessAccept
+    assert m.cache_hits == hits
+    # a change made by another node never reaches this listener: the version sweep catches it
+    from sqlalchemy import update
+
+    from gateway.store.models import Account
+
+    with harness.rt.store.write() as s:
+        s.execute(update(Account).where(Account.id == uid).values(version=Account.version + 1))
     assert len(harness.listener.cache) == 1
     assert harness.run(harness.listener.sweep_cache()) == 1
     assert len(harness.listener.cache) == 0
@@ -180,6 +191,6 @@ def test_success_cache_dropped_when_totp_enrolled(harness: Harness) -> None:
     assert harness.listener.metrics.cache_hits == 1
     seed = harness.run(harness.rt.service.enrol_totp("alice", actor=ADMIN))
     code = mfa.code_at(seed, harness.clock.now() - timedelta(seconds=30))
+    assert len(harness.listener.cache) == 0  # enrolment is an account change: dropped at once
     harness.run(harness.rt.service.verify_totp("alice", code, actor=ADMIN, confirm=True))
-    assert harness.run(harness.listener.sweep_cache()) == 1
     assert _send(harness, "alice", PASSWORD).code == rp.AccessReject
