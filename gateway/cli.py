@@ -366,10 +366,16 @@ def audit_cmd(
 
 # ------------------------------------------------------------------ other areas' commands
 # (each area registers its typer sub-app or commands here, one line per area)
-app.add_typer(__import__("gateway.cli_apikey").cli_apikey.apikey_app, name="apikey")
-__import__("gateway.cli_reset").cli_reset.register(user_app, admin_app)  # send-reset
-__import__("gateway.cli_policy").cli_policy.register(app)  # policy, sync
-__import__("gateway.cli_import").cli_import.register(user_app)  # user import
+def _register() -> None:
+    from gateway import cli_apikey, cli_import, cli_policy, cli_reset
+
+    app.add_typer(cli_apikey.apikey_app, name="apikey")
+    cli_reset.register(user_app, admin_app)  # user/admin send-reset
+    cli_policy.register(app)  # policy check|plan|schema, sync status|retry|discard
+    cli_import.register(user_app)  # user import
+
+
+_register()
 
 
 def main() -> None:

@@ -25,7 +25,7 @@ def _send(kind: str, account: str, as_json: bool) -> None:
             "account": view.username,
             "email": view.email,
             "queued": True,
-            "valid_hours": rt.org().reset.admin_initiated_hours,
+            "valid_hours": rt.org_policy.reset.admin_initiated_hours,
         }
 
     out = cli.run(go)

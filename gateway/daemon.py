@@ -170,22 +170,17 @@ def reload(rt: Runtime) -> None:
             log.error("reload failed, keeping the last good policies: %s", exc)
 
 
-def _reload_org(rt: Runtime) -> None:
-    from gateway.orgpolicy import load_org
-
-    rt.org_policy = load_org(Path(rt.settings.policies_dir))
-    log.info("reloaded org.toml")
-
-
-RELOAD_HOOKS.append(_reload_org)
-
-
 def _register() -> None:
     """Each area adds its component factory here (one line per area)."""
-    __import__("gateway.dispatcher").dispatcher.register(COMPONENTS, RELOAD_HOOKS)
-    COMPONENTS.append(__import__("gateway.radius.listener").radius.listener.component)
-    COMPONENTS.append(__import__("gateway.mail").mail.sender_component)  # mail sender
-    COMPONENTS.append(__import__("gateway.web.sessions").web.sessions.janitor)  # web sessions
+    from gateway import dispatcher, mail, policies
+    from gateway.radius import listener as radius_listener
+    from gateway.web import sessions
+
+    COMPONENTS.append(dispatcher.Dispatcher)  # propagation
+    RELOAD_HOOKS.append(policies.reload_hook)  # resource policy files
+    COMPONENTS.append(radius_listener.component)  # RADIUS listener
+    COMPONENTS.append(mail.sender_component)  # mail sender
+    COMPONENTS.append(sessions.janitor)  # expired web sessions
 
 
 _register()

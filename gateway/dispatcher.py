@@ -333,14 +333,3 @@ class Dispatcher:
         held = [name for name, breaker in self.breakers.items() if breaker.is_open]
         count = await self._db(due_count, self.rt.store, now, held)
         return count == 0
-
-
-def register(
-    components: list[Callable[[Runtime], Dispatcher | None]],
-    reload_hooks: list[Callable[[Runtime], None]],
-) -> None:
-    """Add the dispatcher to the daemon's components and the resource reload to SIGHUP."""
-    from gateway.policies import reload_hook
-
-    components.append(Dispatcher)
-    reload_hooks.append(reload_hook)

@@ -60,7 +60,7 @@ def set_override(rt: Runtime, key: str, value: Any, *, actor: Actor) -> None:
 def recovery_enabled(rt: Runtime) -> bool:
     """Whether users may use a recovery e-mail: the admin override, else ``org.toml``."""
     value = get_override(rt, RECOVERY_ENABLED)
-    return bool(value) if value is not None else rt.org().recovery_email.enabled
+    return bool(value) if value is not None else rt.org_policy.recovery_email.enabled
 
 
 def set_recovery_enabled(rt: Runtime, enabled: bool | None, *, actor: Actor) -> None:

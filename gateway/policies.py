@@ -262,6 +262,5 @@ def schema_text() -> str:
 def reload_hook(rt: Runtime) -> None:
     """SIGHUP: load the set again; a bad file raises and the last good set stays."""
     fresh = load_policy_set(Path(rt.settings.policies_dir))
-    rt.policies = fresh
-    rt.org_policy = fresh.org
-    log.info("reloaded %d resource policies", len(fresh.resources))
+    rt.policies = fresh  # org.toml and every resource, swapped together
+    log.info("reloaded org.toml and %d resource policies", len(fresh.resources))

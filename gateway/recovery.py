@@ -46,7 +46,7 @@ class RecoveryFlows:
         mail.wake(self.rt)
 
     def _recovery_txn(self, account_id: int, address: str, actor: Actor) -> None:
-        hours = self.rt.org().recovery_email.verify_hours
+        hours = self.rt.org_policy.recovery_email.verify_hours
         with self.rt.store.write() as s:
             acc = self.svc.set_recovery_email_in(s, account_id, address, actor=actor)
             if acc.recovery_email is None:

@@ -169,7 +169,7 @@ class ResetFlows(RecoveryFlows):
             log.exception("processing a reset request failed")
 
     def _request_txn(self, view: AccountView, client: str) -> bool:
-        org = self.rt.org()
+        org = self.rt.org_policy
         now = self.svc.clock.now()
         recovery_on = recovery_enabled(self.rt)
         actor = Actor(identity_key(view.username), via=f"{view.kind}-portal", client=client)
@@ -281,7 +281,7 @@ class ResetFlows(RecoveryFlows):
         mail.wake(self.rt)
 
     def _admin_txn(self, view: AccountView, actor: Actor) -> None:
-        org = self.rt.org()
+        org = self.rt.org_policy
         recovery_on = recovery_enabled(self.rt)
         with self.rt.store.write() as s:
             acc = s.get(Account, view.id, with_for_update=True)
@@ -312,7 +312,7 @@ class ResetFlows(RecoveryFlows):
             return None
         if acc.state != "active" or (acc.locked and acc.lock_reason != "failures"):
             return None
-        rules = self.rt.org().rules_for(acc.kind)
+        rules = self.rt.org_policy.rules_for(acc.kind)
         needs_totp = acc.mfa_enrolled or bool((row.data or {}).get("mfa_required"))
         return ResetPage(
             kind=acc.kind,
@@ -346,7 +346,7 @@ class ResetFlows(RecoveryFlows):
             raise PolicyViolation("confirm", "The two passwords do not match.")
         if page.needs_tos and not tos_accepted:
             raise PolicyViolation("tos", "Accept the Terms of Service to continue.")
-        rules = self.rt.org().rules_for(page.kind)
+        rules = self.rt.org_policy.rules_for(page.kind)
         passwords.check(password, rules, page.username, page.email)  # before any code is used
         actor = Actor(identity_key(page.username), via=f"{page.kind}-reset", client=client)
         if page.needs_totp:

@@ -9,7 +9,7 @@ from typing import Any
 from gateway.clock import Clock
 from gateway.errors import ConfigError
 from gateway.hashing import Hasher
-from gateway.orgpolicy import OrgPolicy, load_org
+from gateway.orgpolicy import OrgPolicy
 from gateway.outbox import attach as attach_outbox
 from gateway.policies import PolicySet, load_policy_set
 from gateway.sealing import Sealer
@@ -29,13 +29,17 @@ class Runtime:
     hasher: Hasher
     sealer: Sealer
     service: CredentialService
-    org_policy: OrgPolicy
+    policies: PolicySet
     extras: dict[str, Any] = field(default_factory=dict)
-    policies: PolicySet = field(default_factory=PolicySet)
 
-    def org(self) -> OrgPolicy:
-        """The organisation rules in force (swapped on reload)."""
-        return self.org_policy
+    @property
+    def org_policy(self) -> OrgPolicy:
+        """The organisation rules in force (part of the policy set, swapped on reload)."""
+        return self.policies.org
+
+    @org_policy.setter
+    def org_policy(self, value: OrgPolicy) -> None:
+        self.policies = self.policies.model_copy(update={"org": value})
 
     def close(self) -> None:
         """Release pools and connections."""
@@ -54,7 +58,6 @@ def build(settings: Settings, *, clock: Clock | None = None, check_schema: bool 
     if check_schema and not is_current(store.engine):
         store.dispose()
         raise ConfigError("the database schema is not current; run `gateway init`")
-    org_policy = load_org(Path(settings.policies_dir))
     policies = _load_policies(settings, store)
     hasher = Hasher(settings.hashing)
     holder: dict[str, Runtime] = {}
@@ -66,8 +69,7 @@ def build(settings: Settings, *, clock: Clock | None = None, check_schema: bool 
         clock=clock,
         db_workers=settings.database.pool_size,
     )
-    rt = Runtime(settings, store, hasher, sealer, service, org_policy)
-    rt.policies = policies
+    rt = Runtime(settings, store, hasher, sealer, service, policies)
     holder["rt"] = rt
     _wire(rt)
     return rt
@@ -75,11 +77,13 @@ def build(settings: Settings, *, clock: Clock | None = None, check_schema: bool 
 
 def _wire(rt: Runtime) -> None:
     """Attach each area's listeners and providers to the service (one line per area)."""
-    # areas: propagation outbox, mail notifications, RADIUS session tracking
-    attach_outbox(rt)
+    from gateway import mail
+    from gateway.radius import listener as radius_listener
+
+    attach_outbox(rt)  # propagation rows + target password limits
     rt.service.listeners.append(SessionListener())  # web: end sessions on password change
-    __import__("gateway.radius.listener").radius.listener.wire_runtime(rt)  # RADIUS
-    __import__("gateway.mail").mail.wire(rt)  # mail: password-change notifications
+    radius_listener.wire_runtime(rt)  # RADIUS: sessions store, success-cache invalidation
+    mail.wire(rt)  # mail: notifications queued with each change
 
 
 def _load_policies(settings: Settings, store: Store) -> PolicySet:

@@ -120,7 +120,7 @@ def render(
         bound = request.cookies.get(ctx.cookie("pre")) or ""
         if not bound:
             bound = new_pre = secrets.token_urlsafe(32)
-    context = {"csrf": csrf_token(ctx.csrf_key, bound), "org": ctx.rt.org(), **(data or {})}
+    context = {"csrf": csrf_token(ctx.csrf_key, bound), "org": ctx.rt.org_policy, **(data or {})}
     response = ctx.templates.TemplateResponse(request, name, context, status_code=status)
     if new_pre is not None:
         set_cookie(response, ctx, "pre", new_pre)

@@ -131,7 +131,7 @@ def add_login_routes(router: APIRouter, portal: str) -> None:
             return _login_page(request, portal, error=THROTTLED, status=503)
         if result.kind != portal:
             return _login_page(request, portal, error=FAILED, status=401)
-        org = ctx.rt.org()
+        org = ctx.rt.org_policy
         if result.mfa_enrolled:
             stage = "mfa"
         elif portal == "user" and org.mfa.enforce_for_portal:
@@ -242,7 +242,7 @@ async def _password_page(
 ) -> Response:
     ctx = web(request)
     acc = await ctx.rt.service.get_account(info.account_id)
-    rules = ctx.rt.org().rules_for(acc.kind)
+    rules = ctx.rt.org_policy.rules_for(acc.kind)
     data = {
         "portal": portal,
         "title": "Set a new password",
