@@ -75,7 +75,7 @@ def test_parallel_processes_are_all_counted(settings: Settings) -> None:
                 password=PASSWORD,
             )
         )
-        assert setup.org().lockout.threshold == THRESHOLD
+        assert setup.org_policy.lockout.threshold == THRESHOLD
     finally:
         setup.close()
 

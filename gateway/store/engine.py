@@ -49,6 +49,7 @@ def _sqlite_events(engine: Engine) -> None:
         cur = dbapi_conn.cursor()
         cur.execute("PRAGMA journal_mode=WAL")
         cur.execute("PRAGMA synchronous=FULL")
+        _record.info["synchronous"] = "FULL"
         cur.execute("PRAGMA foreign_keys=ON")
         cur.execute("PRAGMA busy_timeout=30000")
         cur.close()
@@ -56,9 +57,16 @@ def _sqlite_events(engine: Engine) -> None:
     @event.listens_for(engine, "begin")
     def _begin(conn: Any) -> None:
         opts = conn.get_execution_options()
-        relaxed = opts.get("relaxed", False)
-        conn.exec_driver_sql(f"PRAGMA synchronous={'NORMAL' if relaxed else 'FULL'}")
-        conn.exec_driver_sql("BEGIN IMMEDIATE" if opts.get("write", False) else "BEGIN")
+        raw = conn.connection.dbapi_connection  # plain sqlite3: this runs on every transaction
+        info = conn.connection.info
+        if opts.get("write", False):
+            mode = "NORMAL" if opts.get("relaxed", False) else "FULL"
+            if info.get("synchronous") != mode:  # only when it changes (it is per connection)
+                raw.execute(f"PRAGMA synchronous={mode}")
+                info["synchronous"] = mode
+            raw.execute("BEGIN IMMEDIATE")
+        else:
+            raw.execute("BEGIN")
 
 
 class Store:
