@@ -93,8 +93,8 @@ def serve(workdir: Path, port: int, cache: int, max_pending: int) -> None:
     verifies = [0]
     original = rt.hasher.verify
 
-    async def counting(encoded: str | None, pw: str) -> bool:
-        ok = await original(encoded, pw)
+    async def counting(encoded: str | None, pw: str, *, in_slot: bool = False) -> bool:
+        ok = await original(encoded, pw, in_slot=in_slot)
         verifies[0] += 1
         return ok
 

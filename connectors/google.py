@@ -17,7 +17,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any, ClassVar
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationInfo, field_validator
 
 from connectors.base import AccountRef, DesiredState, Identity, PasswordLimit
 from connectors.google_directory import BATCH_LIMIT, TARGET, DirectoryCall, DirectoryClient
@@ -44,8 +44,8 @@ class GoogleConfig(BaseModel):
 
     @field_validator("service_account_key")
     @classmethod
-    def _resolves(cls, value: str) -> str:
-        return check_secret_ref(value)
+    def _resolves(cls, value: str, info: ValidationInfo) -> str:
+        return check_secret_ref(value, info)
 
     @field_validator("api_endpoint", "token_uri", "batch_uri")
     @classmethod

@@ -24,10 +24,12 @@ from pathlib import Path
 from typing import Any, Generic, TypeVar
 
 import certifi
+from pydantic import ValidationInfo
 
 from connectors.base import AccountRef
 from gateway.errors import ConfigError, ConnectorError, TransientError
-from gateway.settings import secret_from_ref
+from gateway.settings import check_secret_ref as settings_check_secret_ref
+from gateway.settings import resolving
 
 __all__ = [
     "DISABLED",
@@ -60,13 +62,10 @@ def ca_bundle(configured: str | None) -> str:
     return system if Path(system).is_file() else certifi.where()
 
 
-def check_secret_ref(ref: str) -> str:
-    """Validate that a secret reference resolves now (for ``Config`` validators); keep the ref."""
-    try:
-        secret_from_ref(ref)
-    except ConfigError as exc:
-        raise ValueError(str(exc)) from None
-    return ref
+def check_secret_ref(ref: str, info: ValidationInfo | None = None) -> str:
+    """Validate a secret reference in a ``Config`` validator; it must resolve now, except in
+    documentation examples (``*.example.toml``), where only its form is checked."""
+    return settings_check_secret_ref(ref, resolve=info is None or resolving(info.context))
 
 
 def safe_text(text: object, secrets: Sequence[str] = (), limit: int = 300) -> str:

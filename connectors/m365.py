@@ -25,7 +25,15 @@ import logging
 from collections.abc import Mapping
 from typing import Any, ClassVar, Literal, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
 from connectors.base import AccountRef, DesiredState, Identity, PasswordLimit
 from connectors.http_common import ENABLED_HINT, FORCE_CHANGE, Suspensions, Worker, check_secret_ref
@@ -66,8 +74,8 @@ class M365Config(BaseModel):
 
     @field_validator("client_secret", "client_certificate")
     @classmethod
-    def _resolves(cls, value: str | None) -> str | None:
-        return None if value is None else check_secret_ref(value)
+    def _resolves(cls, value: str | None, info: ValidationInfo) -> str | None:
+        return None if value is None else check_secret_ref(value, info)
 
     @field_validator("authority_host", "graph_url")
     @classmethod

@@ -46,13 +46,14 @@ from pydantic import (
     Field,
     PrivateAttr,
     SecretStr,
+    ValidationInfo,
     field_validator,
     model_validator,
 )
 
 from connectors.base import AccountRef, DesiredState, Identity, PasswordLimit
 from gateway.errors import ConfigError, TransientError
-from gateway.settings import secret_from_ref
+from gateway.settings import check_secret_ref, resolving, secret_from_ref
 
 log = logging.getLogger("connectors.radius")
 
@@ -85,7 +86,10 @@ class RadiusClient(_Model):
         return value.strip()
 
     @model_validator(mode="after")
-    def _resolve(self) -> RadiusClient:
+    def _resolve(self, info: ValidationInfo) -> RadiusClient:
+        if not resolving(info.context):  # a documentation example: check the form only
+            check_secret_ref(self.secret, resolve=False)
+            return self
         try:
             secret = secret_from_ref(self.secret)
         except ConfigError as exc:  # reported with the field's location by the policy loader

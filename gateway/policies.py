@@ -160,7 +160,9 @@ def _load(path: Path) -> tuple[ResourcePolicy | None, list[PolicyFileError]]:
     errors = _action_errors(path, text, shape.actions, getattr(cls, "allowed_actions", {}))
     connection: BaseModel | None = None
     try:
-        connection = cls.Config.model_validate(shape.connection)
+        connection = cls.Config.model_validate(
+            shape.connection, context={"example": path.name.endswith(EXAMPLE_SUFFIX)}
+        )
     except ValidationError as exc:
         errors += _validation_errors(path, text, exc, ("connection",))
     except (ValueError, GatewayError) as exc:  # a secret reference that does not resolve

@@ -153,6 +153,25 @@ def read_secret(path: Path) -> SecretStr:
     return SecretStr(text[:-1] if text.endswith("\n") else text)
 
 
+def check_secret_ref(ref: str, *, resolve: bool = True) -> str:
+    """Check a secret reference for a policy validator: it must be ``file:``/``env:`` and, unless
+    ``resolve`` is False (documentation examples), resolve now. Returns the reference."""
+    kind, _, value = ref.partition(":")
+    if kind not in ("file", "env") or not value:
+        raise ValueError("a secret must be given as file:/path or env:NAME, never inline")
+    if resolve:
+        try:
+            secret_from_ref(ref)
+        except ConfigError as exc:
+            raise ValueError(str(exc)) from None
+    return ref
+
+
+def resolving(context: Any) -> bool:
+    """False when a policy file is validated as a documentation example (``*.example.toml``)."""
+    return not (isinstance(context, dict) and context.get("example", False))
+
+
 def secret_from_ref(ref: str) -> SecretStr:
     """Resolve a secret reference: ``file:/path`` or ``env:NAME``; inline secrets are refused."""
     kind, _, value = ref.partition(":")
