@@ -53,10 +53,11 @@ from gateway.propagation_models import DELIVERED, DesiredRow
 from gateway.runtime import build
 from tests.cloud.policies import write_cloud_policies
 from tests.fakes import FakeServer, RateLimit
-from tests.fakes.certs import TlsFiles, make_tls, service_account_key, write_private
+from tests.fakes.certs import TlsFiles, service_account_key, write_private
 from tests.fakes.entra_graph import FakeGraph
 from tests.fakes.google_directory import FakeDirectory
 from tests.support.runtime import make_settings
+from tests.support.tlsca import make_tls_files
 
 ADMIN = "admin@example.org"
 SA = "bench@gateway-bench.iam.gserviceaccount.com"
@@ -299,7 +300,7 @@ def main() -> None:
     logging.disable(logging.WARNING)  # the dispatcher logs every throttled delivery
     with tempfile.TemporaryDirectory() as tmp_dir:
         tmp = Path(tmp_dir)
-        tls = make_tls(tmp / "tls")
+        tls = make_tls_files(tmp / "tls")
         paces = [0.0, args.rate] if args.rate > 0 else [0.0]
         for pace in paces:
             args.pace = pace

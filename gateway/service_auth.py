@@ -5,8 +5,6 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy.orm import Session
-
 from gateway import audit, expiry, lockout, passwords
 from gateway.audit import Actor
 from gateway.errors import (
@@ -14,7 +12,6 @@ from gateway.errors import (
 )
 from gateway.service_base import AuthResult, Grace, ServiceBase, identity_key
 from gateway.store import authpath
-from gateway.store.models import Account
 from gateway.views import lock_state, store_lock_state
 
 
@@ -62,7 +59,8 @@ class AuthOps(ServiceBase):
                 return None  # failures against unknown accounts leave no record
             before = row.lock
             state, may = lockout.reserve(before, self.org.lockout, now)
-            if row.state != "active" or row.password_hash is None:
+            inactive = row.state != "active" or row.password_hash is None
+            if inactive:
                 may = False
             newly_locked = not lockout.is_locked(before, now) and lockout.is_locked(state, now)
             account_id, encoded = row.id, row.password_hash
@@ -75,30 +73,12 @@ class AuthOps(ServiceBase):
             else:
                 authpath.update(s, account_id, state)
         if not may:
-            with self.store.write() as s:  # durable: also flushes the relaxed reservation
-                reason = (
-                    "disabled"
-                    if encoded is None or not self._is_active(s, account_id)
-                    else "locked"
-                )
-                audit.record(
-                    s,
-                    now,
-                    Actor(identity_key(identity), via, client),
-                    "authenticate",
-                    account_id=account_id,
-                    subject=identity_key(identity),
-                    outcome="failed",
-                    reason=reason,
-                )
+            subject = identity_key(identity)
+            reason = "disabled" if inactive else "locked"
+            self._refusal(now, Actor(subject, via, client), account_id, subject, reason)
             if newly_locked:
                 self._committed()
         return account_id, encoded, may
-
-    @staticmethod
-    def _is_active(session: Session, account_id: int) -> bool:
-        acc = session.get(Account, account_id)
-        return acc is not None and acc.state == "active"
 
     def _record_failure(self, account_id: int, now: datetime, via: str, client: str) -> None:
         locked = False
@@ -188,17 +168,7 @@ class AuthOps(ServiceBase):
                 authpath.update(s, row.id, None, **values)
             subject = row.username
         if reason:
-            with self.store.write() as s:  # durable, and flushes the relaxed commit before it
-                audit.record(
-                    s,
-                    now,
-                    actor,
-                    "authenticate",
-                    account_id=account_id,
-                    subject=subject,
-                    outcome="failed",
-                    reason=reason,
-                )
+            self._refusal(now, actor, account_id, subject, reason)
         return result
 
     @staticmethod

@@ -176,6 +176,22 @@ class ServiceBase:
         assert row is not None
         return row
 
+    def _refusal(
+        self, now: datetime, actor: Actor, account_id: int, subject: str, reason: str
+    ) -> None:
+        """Audit a refused attempt durably; the commit also flushes relaxed commits before it."""
+        with self.store.write() as s:
+            audit.record(
+                s,
+                now,
+                actor,
+                "authenticate",
+                account_id=account_id,
+                subject=subject,
+                outcome="failed",
+                reason=reason,
+            )
+
     def close(self) -> None:
         """Release pools."""
         self._db_pool.shutdown(wait=False, cancel_futures=True)

@@ -206,17 +206,7 @@ class PasswordOps(AuthOps):
                 if row.temporary and expires is not None and expires <= now:
                     reason = "temporary password expired"
         if reason:
-            with self.store.write() as s:  # durable, and flushes the relaxed commit before it
-                audit.record(
-                    s,
-                    now,
-                    actor,
-                    "authenticate",
-                    account_id=account_id,
-                    subject=subject,
-                    outcome="failed",
-                    reason=reason,
-                )
+            self._refusal(now, actor, account_id, subject, reason)
         return not reason
 
     def _username_of(self, account_id: int) -> str:

@@ -12,13 +12,13 @@ from connectors.google import GoogleConfig, GoogleConnector
 from connectors.m365 import M365Config, M365Connector
 from tests.fakes.certs import (
     TlsFiles,
-    make_tls,
     rsa_identity,
     service_account_key,
     write_private,
 )
 from tests.fakes.entra_graph import FakeGraph
 from tests.fakes.google_directory import FakeDirectory
+from tests.support.tlsca import make_tls_files
 
 ADMIN = "admin@example.org"
 SA_EMAIL = "gateway@gateway-test.iam.gserviceaccount.com"
@@ -27,7 +27,7 @@ SA_EMAIL = "gateway@gateway-test.iam.gserviceaccount.com"
 @pytest.fixture(scope="session")
 def tls(tmp_path_factory: pytest.TempPathFactory) -> TlsFiles:
     """One CA and server certificate for every fake in the session."""
-    return make_tls(tmp_path_factory.mktemp("tls"))
+    return make_tls_files(tmp_path_factory.mktemp("tls"))
 
 
 @pytest.fixture
