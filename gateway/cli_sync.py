@@ -83,3 +83,22 @@ def discard_cmd(
         return discard(rt.store, sel, admin_actor(), rt.service.clock.now())
 
     typer.echo(f"{run(go)} row(s) discarded")
+
+
+@sync_app.command("reconcile")
+def reconcile_cmd(account: AccountArg = None, as_json: JsonOpt = False) -> None:
+    """Create missing rows for resources added or re-scoped since an account last changed.
+
+    Each covered account gets its current state (enabled, locked, expired) at every resource
+    that has no row for it yet; no password is re-sent. Audited.
+    """
+
+    async def go(rt: Runtime) -> int:
+        return await rt.service.reconcile(account, actor=admin_actor())
+
+    count = run(go)
+    emit(
+        {"accounts": count},
+        as_json,
+        lambda: typer.echo(f"offered {count} account(s) to every covering resource"),
+    )

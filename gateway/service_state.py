@@ -126,3 +126,40 @@ class StateOps(ServiceBase):
         if due:
             self._committed()
         return len(due)
+
+    # ---------------------------------------------------------------- reconcile
+    async def reconcile(self, ref: int | str | None = None, *, actor: Actor) -> int:
+        """Offer every account (or one) to the listeners again, so that resources added or
+        re-scoped since its last change get a desired-state row carrying its current state.
+
+        Nothing already pending or delivered is touched; no password is re-sent (the gateway
+        does not keep one). Returns how many accounts were offered.
+        """
+        return await self._db(self._reconcile, ref, actor)
+
+    def _reconcile(self, ref: int | str | None, actor: Actor) -> int:
+        now = self.clock.now()
+        with self.store.read() as s:
+            ids = (
+                [self._get(s, ref, lock=False).id]
+                if ref is not None
+                else list(s.scalars(select(Account.id).order_by(Account.id)))
+            )
+        for start in range(0, len(ids), 200):  # one transaction per batch of accounts
+            with self.store.write() as s:
+                for account_id in ids[start : start + 200]:
+                    acc = s.get(Account, account_id)
+                    if acc is not None:
+                        self._emit(s, acc, Change(Trigger.UPDATED))
+        with self.store.write() as s:
+            audit.record(
+                s,
+                now,
+                actor,
+                "sync_reconcile",
+                subject=str(ref or "*"),
+                details={"accounts": len(ids)},
+            )
+        if ids:
+            self._committed()
+        return len(ids)

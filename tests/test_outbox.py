@@ -141,3 +141,20 @@ def test_group_change_adds_rows_for_newly_covering_resources(prt: Runtime) -> No
     assert {k: r.version for k, r in rows(prt, "gina").items()} == {
         k: r.version for k, r in after.items()
     }
+
+
+def test_reconcile_adds_rows_for_a_new_resource(prt: Runtime, settings: Settings) -> None:
+    """A resource added after the fact gets rows for existing accounts via reconcile."""
+    create(prt, "hal")
+    asyncio.run(prt.service.lock("hal", actor=ADMIN))
+    assert list(rows(prt, "hal")) == ["dir1"]
+    write_policy(settings, "late", policy_toml())
+    from gateway.policies import load_policy_set
+
+    prt.policies = load_policy_set(settings.policies_dir)
+    assert asyncio.run(prt.service.reconcile(actor=ADMIN)) == 1
+    found = rows(prt, "hal")
+    assert found["late"].locked and found["late"].sealed_password is None
+    assert found["dir1"].version == 1  # the existing row is untouched
+    audit = asyncio.run(prt.service.audit_log(limit=5))
+    assert audit[0]["action"] == "sync_reconcile" and audit[0]["details"] == {"accounts": 1}
