@@ -4,7 +4,8 @@ Backoff: the n-th retry waits a uniform random time in [0, min(cap, base * 2**n)
 less than the target's ``Retry-After`` (itself capped at an hour).
 Breaker states: closed -> (``threshold`` transient failures in a row) -> open for
 ``cooldown`` -> half-open (one probe) -> closed on success, or open again with the cooldown
-doubled (up to ``max_cooldown``) on failure.
+doubled (up to ``max_cooldown``) on failure. A configuration error pauses the resource: the
+breaker opens at once for the pause, and the rows stay pending with their sealed passwords.
 """
 
 from __future__ import annotations
@@ -70,6 +71,14 @@ class Breaker:
             doubled = self.current_cooldown * 2 if self.current_cooldown else self.cooldown
             self.current_cooldown = min(self.max_cooldown, doubled)
             self.opened_until = self.now() + self.current_cooldown
+
+    def pause(self, seconds: float) -> None:
+        """A configuration error (credentials, permissions): hold the resource back for ``seconds``;
+        then one probe, as after any opening."""
+        self.failures = max(self.failures, self.threshold)
+        self.probing = False
+        self.current_cooldown = max(self.current_cooldown, seconds)
+        self.opened_until = self.now() + seconds
 
     @property
     def is_open(self) -> bool:

@@ -47,7 +47,8 @@ class Job:
 
 @dataclass(frozen=True)
 class Outcome:
-    """How one delivery ended: ``done``, ``retry`` (after ``delay`` s) or ``dead``."""
+    """How one delivery ended: ``done``, ``retry`` (after ``delay`` s) or ``dead``; ``pause``
+    (with ``retry``) holds the whole resource back."""
 
     kind: str
     owned: frozenset[str] = frozenset()
@@ -55,6 +56,7 @@ class Outcome:
     reason: str = ""
     delay: float = 0.0
     relink: bool = False
+    pause: bool = False  # the resource itself is misconfigured: hold it back
 
 
 def _job(row: DesiredRow, acc: Account) -> Job:

@@ -41,6 +41,7 @@ from gateway.errors import (
     ConnectorError,
     GatewayError,
     NotFoundError,
+    TargetConfigError,
     TransientError,
 )
 from gateway.pgnotify import Listener
@@ -54,11 +55,18 @@ log = logging.getLogger("gateway.dispatcher")
 SWEEP_SECONDS = 60.0
 
 
+CONFIG_PAUSE_SECONDS = 300.0
+
+
 def classify(exc: BaseException, attempts: int, backoff: Backoff) -> Outcome:
-    """The reaction to a failed delivery: retry (transient) or dead-letter with the reason."""
+    """The reaction to a failed delivery: retry (transient), pause the resource (its own
+    configuration is wrong; the rows wait, passwords stay sealed) or dead-letter with the reason."""
     if isinstance(exc, TransientError):
         delay = backoff.delay(attempts + 1, exc.retry_after)
         return Outcome("retry", reason=f"{type(exc).__name__}: {exc}", delay=delay)
+    if isinstance(exc, TargetConfigError):  # credentials, consent, permissions: not the row's fault
+        reason = f"{type(exc).__name__}: {exc} (resource paused)"
+        return Outcome("retry", reason=reason, delay=CONFIG_PAUSE_SECONDS, pause=True)
     if isinstance(exc, ConnectorError):
         relink = isinstance(exc, NotFoundError)
         return Outcome("dead", reason=f"{type(exc).__name__}: {exc}", relink=relink)
@@ -195,6 +203,7 @@ class Dispatcher:
                 if name in old and before.get(name) == res:
                     self.connectors[name] = old.pop(name)  # unchanged: keep its connections
                     continue
+                self.breakers.pop(name, None)  # a changed resource starts with a closed breaker
                 try:
                     self.connectors[name] = build_connector(
                         name, res.connector, res.connection, res.link
@@ -251,7 +260,9 @@ class Dispatcher:
                 outcome = classify(exc, job.attempts, self.backoff)
             finally:
                 self._running -= 1
-        if outcome.kind == "retry":
+        if outcome.pause:
+            breaker.pause(CONFIG_PAUSE_SECONDS)
+        elif outcome.kind == "retry":
             breaker.failure()
         else:
             breaker.success()

@@ -293,6 +293,40 @@ def test_breaker_holds_back_a_failing_resource(prt: Runtime, clock: FrozenClock)
     assert attempts < 12  # without the breaker every row would have failed twice
 
 
+def test_config_error_pauses_the_resource_and_keeps_the_password(
+    prt: Runtime, clock: FrozenClock
+) -> None:
+    """Bad credentials are the resource's fault, not the row's: rows wait, sealed, until fixed."""
+
+    async def go() -> None:
+        await user(prt, "cfg")
+        target().misconfigured = True
+        d = fast(prt)
+        await d.start()
+        try:
+            await prt.service.change_password("cfg", P1, actor=ADMIN)
+            await d.idle()
+            assert d.breakers["dir1"].is_open
+            row = row_of(prt, "cfg")
+            assert row.status == RETRYING and row.sealed_password is not None
+            assert "resource paused" in row.last_error and P1 not in row.last_error
+            target().misconfigured = False  # the admin fixes the credentials
+            clock.advance(timedelta(minutes=6))  # past the pause
+            d.breakers["dir1"].now = lambda: time.monotonic() + 3600
+            d.wake()
+            started = time.monotonic()
+            while target().accounts["cfg"]["password"] != P1:
+                assert time.monotonic() - started < 5, "not delivered after the pause"
+                await asyncio.sleep(0.05)
+            await d.idle()
+        finally:
+            await d.stop()
+
+    asyncio.run(go())
+    row = row_of(prt, "cfg")
+    assert row.status == DELIVERED and row.sealed_password is None
+
+
 def test_stale_password_is_wiped(prt: Runtime, clock: FrozenClock) -> None:
     async def go() -> None:
         await user(prt, "ivy")

@@ -21,7 +21,7 @@ from typing import Any, ClassVar
 from pydantic import BaseModel, ConfigDict, SecretStr
 
 from connectors.base import AccountRef, DesiredState, Identity, PasswordLimit
-from gateway.errors import NotFoundError, RejectedError, TransientError
+from gateway.errors import NotFoundError, RejectedError, TargetConfigError, TransientError
 
 NAME = "recording"
 
@@ -46,6 +46,7 @@ class Target:
         self.retry_after: float | None = None
         self.poison: set[str] = set()
         self.hang = False
+        self.misconfigured = False  # apply() raises TargetConfigError (bad credentials)
 
     def add(self, username: str, password: str = "initial") -> None:
         """Create an account at the target."""
@@ -147,6 +148,8 @@ class RecordingConnector:
     ) -> frozenset[str]:
         if t.down:
             raise TransientError("target down", retry_after=t.retry_after)
+        if t.misconfigured:
+            raise TargetConfigError("invalid credentials", resource=self.resource)
         if account.key in t.poison:
             raise RejectedError("the target refused the value", resource=self.resource)
         acc = t.accounts.get(account.key)
