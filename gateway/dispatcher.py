@@ -120,6 +120,7 @@ class Dispatcher:
     async def start(self) -> None:
         """Begin delivering; registers the after-commit wake-up."""
         self._loop = asyncio.get_running_loop()
+        self.rt.extras["propagation.dispatcher"] = self  # counters for GET /metrics
         if self.rt.store.is_sqlite:  # one node: any lease left behind is from a dead process
             await self._db(release_leases, self.rt.store)
         self.rt.service.after_commit.append(self.wake)

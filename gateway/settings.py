@@ -39,6 +39,7 @@ class HttpSettings(_Section):
     listen: str = "127.0.0.1:8080"
     base_url: str = "http://127.0.0.1:8080"
     trusted_proxies: list[str] = Field(default_factory=list)
+    metrics_allow: list[str] = Field(default_factory=lambda: ["127.0.0.1/32", "::1/128"])
 
 
 class RadiusSettings(_Section):

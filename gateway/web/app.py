@@ -11,7 +11,7 @@ from starlette.responses import Response
 from gateway import __version__
 from gateway.errors import Overloaded
 from gateway.runtime import Runtime
-from gateway.web import admin_ui, portal
+from gateway.web import admin_ui, metrics, portal
 from gateway.web.api import router as api_router
 from gateway.web.common import STATIC, CsrfRefused, make_context, render
 from gateway.web.security import SecurityHeaders, is_https
@@ -29,6 +29,7 @@ def create_app(rt: Runtime) -> FastAPI:
     app.include_router(portal.router)
     app.include_router(admin_ui.router)
     app.include_router(api_router)
+    app.include_router(metrics.router)
 
     @app.get("/healthz", include_in_schema=False)
     def healthz() -> JSONResponse:
