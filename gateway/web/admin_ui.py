@@ -25,10 +25,8 @@ add_login_routes(router, "admin")
 add_reset_routes(router, "admin")
 
 
-async def _signed_in(request: Request) -> tuple[SessionInfo, AccountView] | Response:
+async def _signed_in(request: Request) -> tuple[SessionInfo, AccountView]:
     info = await require(request, "admin")
-    if not isinstance(info, SessionInfo):
-        return info
     me = await web(request).rt.service.get_account(info.account_id)
     return info, me
 
@@ -70,10 +68,7 @@ async def admins(request: Request) -> Response:
 
 
 async def _list(request: Request, kind: str, title: str, base: str) -> Response:
-    got = await _signed_in(request)
-    if isinstance(got, Response):
-        return got
-    info, _ = got
+    info, _ = await _signed_in(request)
     accounts = await web(request).rt.service.list_accounts(kind)
     data = {
         "portal": "admin",
@@ -89,10 +84,7 @@ async def _list(request: Request, kind: str, title: str, base: str) -> Response:
 @router.get("/admin/users/{account_id}")
 async def user_detail(request: Request, account_id: int) -> Response:
     """One user: details, lock/unlock, and the User Security Settings form."""
-    got = await _signed_in(request)
-    if isinstance(got, Response):
-        return got
-    info, _ = got
+    info, _ = await _signed_in(request)
     acc = await _account(request, account_id, "user")
     if acc is None:
         return _not_found(request, info)
@@ -117,10 +109,7 @@ def _user_page(
 @router.post("/admin/users/{account_id}")
 async def user_save(request: Request, account_id: int) -> Response:
     """Save User: temporary password (generated or typed) and/or the recovery e-mail."""
-    got = await _signed_in(request)
-    if isinstance(got, Response):
-        return got
-    info, me = got
+    info, me = await _signed_in(request)
     form = await form_checked(request, info)
     acc = await _account(request, account_id, "user")
     if acc is None:
@@ -171,10 +160,7 @@ async def user_unlock(request: Request, account_id: int) -> Response:
 
 
 async def _lock(request: Request, account_id: int, *, lock: bool) -> Response:
-    got = await _signed_in(request)
-    if isinstance(got, Response):
-        return got
-    info, me = got
+    info, me = await _signed_in(request)
     await form_checked(request, info)
     acc = await _account(request, account_id, "user")
     if acc is None:
@@ -192,10 +178,7 @@ async def _lock(request: Request, account_id: int, *, lock: bool) -> Response:
 @router.get("/admin/admins/{account_id}")
 async def admin_detail(request: Request, account_id: int) -> Response:
     """One administrator."""
-    got = await _signed_in(request)
-    if isinstance(got, Response):
-        return got
-    info, _ = got
+    info, _ = await _signed_in(request)
     acc = await _account(request, account_id, "admin")
     if acc is None:
         return _not_found(request, info)
@@ -206,10 +189,7 @@ async def admin_detail(request: Request, account_id: int) -> Response:
 @router.get("/admin/admins/{account_id}/send-reset")
 async def send_reset_confirm(request: Request, account_id: int) -> Response:
     """Send Password Reset Email → confirmation with a Send button."""
-    got = await _signed_in(request)
-    if isinstance(got, Response):
-        return got
-    info, _ = got
+    info, _ = await _signed_in(request)
     acc = await _account(request, account_id, "admin")
     if acc is None:
         return _not_found(request, info)
@@ -225,10 +205,7 @@ async def send_reset_confirm(request: Request, account_id: int) -> Response:
 @router.post("/admin/admins/{account_id}/send-reset")
 async def send_reset(request: Request, account_id: int) -> Response:
     """Queue the 24-hour reset mail for another administrator."""
-    got = await _signed_in(request)
-    if isinstance(got, Response):
-        return got
-    info, me = got
+    info, me = await _signed_in(request)
     await form_checked(request, info)
     acc = await _account(request, account_id, "admin")
     if acc is None:
@@ -254,10 +231,7 @@ async def send_reset(request: Request, account_id: int) -> Response:
 @router.get("/admin/settings")
 async def settings_page(request: Request) -> Response:
     """Settings → Security → Password Recovery Email."""
-    got = await _signed_in(request)
-    if isinstance(got, Response):
-        return got
-    info, _ = got
+    info, _ = await _signed_in(request)
     return _settings(request, info)
 
 
@@ -275,10 +249,7 @@ def _settings(request: Request, info: SessionInfo, notice: str = "") -> Response
 @router.post("/admin/settings")
 async def settings_save(request: Request) -> Response:
     """Turn the recovery e-mail feature on or off for the organisation (audited by the core)."""
-    got = await _signed_in(request)
-    if isinstance(got, Response):
-        return got
-    info, me = got
+    info, me = await _signed_in(request)
     form = await form_checked(request, info)
     on = field(form, "recovery_enabled") == "yes"
     await set_recovery_enabled(web(request).rt, on, actor=actor(request, me.username, VIA))

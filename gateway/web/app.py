@@ -14,6 +14,7 @@ from gateway.runtime import Runtime
 from gateway.web import admin_ui, metrics, portal
 from gateway.web.api import router as api_router
 from gateway.web.common import STATIC, CsrfRefused, make_context, render
+from gateway.web.login import SignInRequired
 from gateway.web.security import SecurityHeaders, is_https
 
 
@@ -25,6 +26,7 @@ def create_app(rt: Runtime) -> FastAPI:
     app.add_middleware(SecurityHeaders, https=is_https(rt.settings.http.base_url))
     app.add_exception_handler(CsrfRefused, _csrf_refused)
     app.add_exception_handler(Overloaded, _overloaded)
+    app.add_exception_handler(SignInRequired, _sign_in_required)
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
     app.include_router(portal.router)
     app.include_router(admin_ui.router)
@@ -52,6 +54,12 @@ async def _csrf_refused(request: Request, exc: Exception) -> Response:
         "link": None,
     }
     return render(request, "message.html", data, status=403)
+
+
+async def _sign_in_required(request: Request, exc: Exception) -> Response:
+    """A page that needs a signed-in session: send the browser to the right step."""
+    assert isinstance(exc, SignInRequired)
+    return exc.response
 
 
 async def _overloaded(request: Request, exc: Exception) -> Response:

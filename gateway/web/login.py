@@ -85,19 +85,27 @@ def after_enrolment(must_change: bool) -> str:
     return "must_change" if must_change else "ok"
 
 
+class SignInRequired(Exception):
+    """Raised by ``require``: the app answers with ``response`` (a redirect to the right step)."""
+
+    def __init__(self, response: Response) -> None:
+        super().__init__("sign-in required")
+        self.response = response
+
+
 async def require(
     request: Request, portal: str, *, allow_must_change: bool = False, allow_enrol: bool = False
-) -> SessionInfo | Response:
-    """The signed-in session of ``portal``, or the redirect the browser needs instead."""
+) -> SessionInfo:
+    """The signed-in session of ``portal``; otherwise ``SignInRequired`` with the redirect."""
     info = await current(request, portal)
     if info is None:
-        return redirect(f"{prefix(portal)}/login")
+        raise SignInRequired(redirect(f"{prefix(portal)}/login"))
     if (
         info.stage == "mfa"
         or (info.stage == "must_change" and not allow_must_change)
         or (info.stage == "enrol" and not allow_enrol)
     ):
-        return redirect(_next_url(portal, info.stage))
+        raise SignInRequired(redirect(_next_url(portal, info.stage)))
     return info
 
 
@@ -185,15 +193,11 @@ def add_login_routes(router: APIRouter, portal: str) -> None:
     @router.get(f"{p}/password")
     async def password_form(request: Request) -> Response:
         info = await require(request, portal, allow_must_change=True)
-        if not isinstance(info, SessionInfo):
-            return info
         return await _password_page(request, portal, info)
 
     @router.post(f"{p}/password")
     async def password(request: Request) -> Response:
         info = await require(request, portal, allow_must_change=True)
-        if not isinstance(info, SessionInfo):
-            return info
         form = await form_checked(request, info)
         ctx = web(request)
         acc = await ctx.rt.service.get_account(info.account_id)

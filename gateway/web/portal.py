@@ -47,8 +47,6 @@ async def terms(request: Request) -> Response:
 async def profile(request: Request) -> Response:
     """The signed-in user's profile."""
     info = await require(request, "user")
-    if not isinstance(info, SessionInfo):
-        return info
     return await _profile(request, info)
 
 
@@ -76,8 +74,6 @@ async def profile_password(request: Request) -> Response:
 async def totp_page(request: Request) -> Response:
     """Explain TOTP enrolment; the seed is only created by the POST below."""
     info = await require(request, "user", allow_enrol=True)
-    if not isinstance(info, SessionInfo):
-        return info
     acc = await web(request).rt.service.get_account(info.account_id)
     if acc.mfa_enrolled:
         return await _profile(request, info, "An authenticator app is already set up.")
@@ -89,8 +85,6 @@ async def totp_page(request: Request) -> Response:
 async def totp_start(request: Request) -> Response:
     """Create an unconfirmed seed and show it once, as a QR code and as text."""
     info = await require(request, "user", allow_enrol=True)
-    if not isinstance(info, SessionInfo):
-        return info
     await form_checked(request, info)
     rt = web(request).rt
     acc = await rt.service.get_account(info.account_id)
@@ -113,8 +107,6 @@ async def totp_start(request: Request) -> Response:
 async def totp_confirm(request: Request) -> Response:
     """Confirm enrolment with the first code from the app."""
     info = await require(request, "user", allow_enrol=True)
-    if not isinstance(info, SessionInfo):
-        return info
     form = await form_checked(request, info)
     rt = web(request).rt
     acc = await rt.service.get_account(info.account_id)
@@ -145,8 +137,6 @@ async def totp_confirm(request: Request) -> Response:
 async def recovery_page(request: Request) -> Response:
     """Profile → Recovery Email (only while the organisation has the feature on)."""
     info = await require(request, "user")
-    if not isinstance(info, SessionInfo):
-        return info
     return await _recovery(request, info)
 
 
@@ -178,8 +168,6 @@ async def _recovery(
 async def recovery_save(request: Request) -> Response:
     """Save a recovery address; the core mails it a "Verify Now!" link."""
     info = await require(request, "user")
-    if not isinstance(info, SessionInfo):
-        return info
     form = await form_checked(request, info)
     rt = web(request).rt
     acc = await rt.service.get_account(info.account_id)
