@@ -21,7 +21,13 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationInfo, fi
 
 from connectors.base import AccountRef, DesiredState, Identity, PasswordLimit
 from connectors.google_directory import BATCH_LIMIT, TARGET, DirectoryCall, DirectoryClient
-from connectors.http_common import ENABLED_HINT, FORCE_CHANGE, Suspensions, Worker, check_secret_ref
+from connectors.http_common import (
+    ENABLED_HINT,
+    FORCE_CHANGE,
+    BatchedConnector,
+    check_secret_ref,
+    https_url,
+)
 from gateway.errors import NotFoundError
 
 __all__ = ["GoogleConfig", "GoogleConnector"]
@@ -50,12 +56,10 @@ class GoogleConfig(BaseModel):
     @field_validator("api_endpoint", "token_uri", "batch_uri")
     @classmethod
     def _https(cls, value: str) -> str:
-        if not value.startswith("https://"):
-            raise ValueError("must be an https:// URL")
-        return value
+        return https_url(value)
 
 
-class GoogleConnector:
+class GoogleConnector(BatchedConnector[DirectoryCall]):
     """Brings Google Workspace users to the gateway's desired state."""
 
     name: ClassVar[str] = "google"
@@ -73,21 +77,11 @@ class GoogleConnector:
     def __init__(self, resource_name: str, config: BaseModel) -> None:
         if not isinstance(config, GoogleConfig):
             raise TypeError("GoogleConnector needs a GoogleConfig")
-        self.resource = resource_name
         self.config = config
         self.client = DirectoryClient(resource_name, config)
-        self._suspensions = Suspensions()
-        self._worker: Worker[DirectoryCall, Any] = Worker(
-            f"google-{resource_name}",
-            self.client.run_batch,
-            max_size=config.batch_size,
-            rate=config.max_calls_per_second,
+        self._start(
+            "google", resource_name, self.client, config.batch_size, config.max_calls_per_second
         )
-
-    @property
-    def batches(self) -> int:
-        """How many batch requests were sent."""
-        return self._worker.batcher.batches
 
     async def find_account(self, who: Identity) -> AccountRef | None:
         """Find the user whose primary e-mail is the gateway account's e-mail (not an alias)."""
@@ -140,7 +134,3 @@ class GoogleConnector:
     async def check(self) -> None:
         """Prove the key, the delegation and the scope by reading the admin's own user."""
         await self._worker.call(self.client.get, self.config.admin_subject)
-
-    async def aclose(self) -> None:
-        """Stop the batch worker and close connections."""
-        await self._worker.aclose(self.client.close)

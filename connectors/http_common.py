@@ -21,7 +21,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from concurrent.futures import Executor, ThreadPoolExecutor
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Generic, TypeVar
+from typing import Any, Generic, Protocol, TypeVar
 
 import certifi
 from pydantic import ValidationInfo
@@ -282,3 +282,47 @@ class Worker(Generic[T, R]):
             await self.call(close)
             self._executor.shutdown(wait=True)
             self._executor = None
+
+
+def https_url(value: str) -> str:
+    """Validator body for endpoint settings: only ``https://`` URLs (CA checks are always on)."""
+    if not value.startswith("https://"):
+        raise ValueError("must be an https:// URL")
+    return value
+
+
+class BatchClient(Protocol[T]):
+    """What a cloud client offers the shared connector plumbing."""
+
+    def run_batch(self, items: list[T]) -> Sequence[Any | ConnectorError]: ...
+
+    def close(self) -> None: ...
+
+
+class BatchedConnector(Generic[T]):
+    """Plumbing the cloud connectors share: the client, one batching worker thread, and the
+    memory of suspensions the gateway itself made (see ``Suspensions``)."""
+
+    def _start(
+        self,
+        prefix: str,
+        resource: str,
+        client: BatchClient[T],
+        batch_size: int,
+        rate: float | None,
+    ) -> None:
+        self.resource = resource
+        self._suspensions = Suspensions()
+        self._worker: Worker[T, Any] = Worker(
+            f"{prefix}-{resource}", client.run_batch, max_size=batch_size, rate=rate
+        )
+        self._close_client = client.close
+
+    @property
+    def batches(self) -> int:
+        """How many batch requests were sent."""
+        return self._worker.batcher.batches
+
+    async def aclose(self) -> None:
+        """Stop the batch worker and close connections."""
+        await self._worker.aclose(self._close_client)

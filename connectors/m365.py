@@ -36,7 +36,13 @@ from pydantic import (
 )
 
 from connectors.base import AccountRef, DesiredState, Identity, PasswordLimit
-from connectors.http_common import ENABLED_HINT, FORCE_CHANGE, Suspensions, Worker, check_secret_ref
+from connectors.http_common import (
+    ENABLED_HINT,
+    FORCE_CHANGE,
+    BatchedConnector,
+    check_secret_ref,
+    https_url,
+)
 from connectors.m365_graph import (
     BATCH_LIMIT,
     TARGET,
@@ -80,9 +86,7 @@ class M365Config(BaseModel):
     @field_validator("authority_host", "graph_url")
     @classmethod
     def _https(cls, value: str) -> str:
-        if not value.startswith("https://"):
-            raise ValueError("must be an https:// URL")
-        return value
+        return https_url(value)
 
     @model_validator(mode="after")
     def _one_credential(self) -> M365Config:
@@ -93,7 +97,7 @@ class M365Config(BaseModel):
         return self
 
 
-class M365Connector:
+class M365Connector(BatchedConnector[GraphCall]):
     """Brings Entra ID accounts to the gateway's desired state."""
 
     name: ClassVar[str] = "m365"
@@ -111,21 +115,11 @@ class M365Connector:
     def __init__(self, resource_name: str, config: BaseModel) -> None:
         if not isinstance(config, M365Config):
             raise TypeError("M365Connector needs an M365Config")
-        self.resource = resource_name
         self.config = config
         self.client = GraphClient(resource_name, config)
-        self._suspensions = Suspensions()
-        self._worker: Worker[GraphCall, Any] = Worker(
-            f"m365-{resource_name}",
-            self.client.run_batch,
-            max_size=config.batch_size,
-            rate=config.max_calls_per_second,
+        self._start(
+            "m365", resource_name, self.client, config.batch_size, config.max_calls_per_second
         )
-
-    @property
-    def batches(self) -> int:
-        """How many ``$batch`` requests were sent."""
-        return self._worker.batcher.batches
 
     async def find_account(self, who: Identity) -> AccountRef | None:
         """Find the user whose UPN or mail (per ``match``) equals the gateway account's e-mail."""
@@ -205,7 +199,3 @@ class M365Connector:
     async def check(self) -> None:
         """Prove the credentials and permissions with one token request and one read."""
         await self._worker.call(self.client.ping)
-
-    async def aclose(self) -> None:
-        """Stop the batch worker and close connections."""
-        await self._worker.aclose(self.client.close)
