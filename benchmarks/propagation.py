@@ -24,17 +24,15 @@ from pathlib import Path
 from typing import Any
 
 from ldap3 import NONE, SIMPLE, Connection, Server, Tls
-from pydantic import SecretStr
 from sqlalchemy import func, select
 
 from gateway import dispatcher as dispatcher_module
 from gateway.audit import Actor
-from gateway.changes import Change, Trigger
 from gateway.dispatcher import Dispatcher
-from gateway.outbox import OutboxListener
 from gateway.propagation_models import DELIVERED, DesiredRow
 from gateway.runtime import Runtime, build
 from gateway.store.models import Account
+from tests.support.bulk import pending_passwords
 from tests.support.runtime import make_settings
 from tests.support.slapd import Slapd
 
@@ -97,27 +95,7 @@ def add_entries(server: Slapd, names: list[str]) -> None:
 
 def seed_rows(rt: Runtime, server: Slapd, names: list[str], tag: str) -> None:
     """Accounts and pending passwords through the outbox listener, already linked (steady state)."""
-    listener = OutboxListener(lambda: rt.policies, rt.sealer, rt.service.clock.now)
-    now = rt.service.clock.now()
-    with rt.store.write() as s:
-        for name in names:
-            mail = f"{name}@example.org"
-            acc = s.scalars(select(Account).where(Account.username_key == name)).first()
-            if acc is None:
-                acc = Account(
-                    kind="user",
-                    username=name,
-                    username_key=name,
-                    email=mail,
-                    email_key=mail,
-                    groups=[],
-                    attributes={},
-                    created_at=now,
-                    updated_at=now,
-                )
-                s.add(acc)
-                s.flush()
-            listener.on_change(s, acc, Change(Trigger.PASSWORD_CHANGE, SecretStr(f"{tag}-{name}")))
+    pending_passwords(rt, names, lambda name: f"{tag}-{name}")
     with rt.store.write() as s:
         for row, acc in s.execute(select(DesiredRow, Account).join(Account)).all():
             row.target_key = server.user_dn(acc.username)

@@ -13,22 +13,20 @@ from datetime import timedelta
 from pathlib import Path
 
 import pytest
-from pydantic import SecretStr
 from sqlalchemy import select
 
 from gateway.audit import Actor
 from gateway.backoff import Backoff, Breaker
-from gateway.changes import Change, Trigger
 from gateway.clock import FrozenClock
 from gateway.desired import AccountState, desired_state
 from gateway.dispatcher import Dispatcher, classify
 from gateway.errors import RejectedError, TransientError
-from gateway.outbox import OutboxListener
 from gateway.policies import Actions
 from gateway.propagation_models import DEAD, DELIVERED, RETRYING, DesiredRow
 from gateway.runtime import Runtime, build
 from gateway.settings import Settings
 from gateway.store.models import Account
+from tests.support.bulk import pending_passwords
 from tests.support.postgres import Cluster
 from tests.support.recording import (
     RecordingConnector,
@@ -222,7 +220,7 @@ def bulk(rt: Runtime, count: int, prefix: str) -> None:
     names = [f"{prefix}{i:05d}" for i in range(count)]
     for name in names:
         target().add(name)
-    bulk_rows(rt, names)
+    pending_passwords(rt, names, lambda n: f"Pw-{n}")
 
 
 def test_poison_row_does_not_block_healthy_rows(prt: Runtime) -> None:
@@ -417,7 +415,7 @@ def test_two_dispatchers_share_postgres_and_survive_a_kill(
             with on_disk(state) as t:
                 for name in names:
                     t.add(name)
-            bulk_rows(a, names)
+            pending_passwords(a, names, lambda n: f"Pw-{n}")
 
             async def both() -> None:
                 da, db = fast(a, owner="node-a"), fast(b, owner="node-b")
@@ -442,7 +440,7 @@ def test_two_dispatchers_share_postgres_and_survive_a_kill(
             with on_disk(state) as t:
                 for name in more:
                     t.add(name)
-            bulk_rows(a, more)
+            pending_passwords(a, more, lambda n: f"Pw-{n}")
             child = subprocess.Popen(
                 [sys.executable, "-m", "tests.support.dispatch_child"],
                 env=dict(
@@ -492,28 +490,6 @@ def leased(rt: Runtime) -> int:
         return len(
             s.scalars(select(DesiredRow.id).where(DesiredRow.lease_owner.is_not(None))).all()
         )
-
-
-def bulk_rows(rt: Runtime, names: list[str]) -> None:
-    """Accounts with a pending password each (targets already created by the caller)."""
-    listener = OutboxListener(lambda: rt.policies, rt.sealer, rt.service.clock.now)
-    now = rt.service.clock.now()
-    with rt.store.write() as s:
-        for name in names:
-            acc = Account(
-                kind="user",
-                username=name,
-                username_key=name,
-                email=f"{name}@example.org",
-                email_key=f"{name}@example.org",
-                groups=[],
-                attributes={},
-                created_at=now,
-                updated_at=now,
-            )
-            s.add(acc)
-            s.flush()
-            listener.on_change(s, acc, Change(Trigger.PASSWORD_CHANGE, SecretStr(f"Pw-{name}")))
 
 
 @pytest.mark.postgres

@@ -21,6 +21,7 @@ from gateway.propagation_models import DELIVERED, RETRYING, DesiredRow
 from gateway.runtime import Runtime, build
 from gateway.settings import Settings
 from gateway.store.models import Account
+from tests.support.bulk import pending_passwords
 from tests.support.recording import write_policy
 from tests.support.runtime import make_settings
 from tests.support.slapd import Slapd, slapd  # noqa: F401
@@ -235,7 +236,7 @@ def test_poison_row_and_1000_healthy(env: tuple[Settings, Runtime], slapd: Slapd
             conn.add(slapd.user_dn(name), ["inetOrgPerson"], attrs)
     finally:
         conn.unbind()
-    bulk_ldap(rt, names)
+    pending_passwords(rt, names, lambda n: f"Pw-{n}-Healthy")
     run_until_idle(rt)
     with rt.store.read() as s:
         rows = {a.username: r for r, a in s.execute(select(DesiredRow, Account).join(Account))}
@@ -246,32 +247,3 @@ def test_poison_row_and_1000_healthy(env: tuple[Settings, Runtime], slapd: Slapd
     assert {rows[n].status for n in names[1:]} == {DELIVERED}
     for n in (names[1], names[500], names[-1]):
         assert slapd.can_bind(slapd.user_dn(n), f"Pw-{n}-Healthy")
-
-
-def bulk_ldap(rt: Runtime, names: list[str]) -> None:
-    """Gateway accounts with a pending password each, written through the outbox listener."""
-    from pydantic import SecretStr
-
-    from gateway.changes import Change, Trigger
-    from gateway.outbox import OutboxListener
-
-    listener = OutboxListener(lambda: rt.policies, rt.sealer, rt.service.clock.now)
-    now = rt.service.clock.now()
-    with rt.store.write() as s:
-        for name in names:
-            mail = f"{name}@example.org"
-            acc = Account(
-                kind="user",
-                username=name,
-                username_key=name,
-                email=mail,
-                email_key=mail,
-                groups=[],
-                attributes={},
-                created_at=now,
-                updated_at=now,
-            )
-            s.add(acc)
-            s.flush()
-            pw = SecretStr(f"Pw-{name}-Healthy")
-            listener.on_change(s, acc, Change(Trigger.PASSWORD_CHANGE, pw))
